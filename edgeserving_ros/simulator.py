@@ -78,7 +78,7 @@ def simulate(trace: typing.Sequence[Arrival], streams: typing.Mapping[str, Strea
              service_time: typing.Callable[[str, int, int], float] | None = None,
              latency_quantile: str = 'p95', drop_doomed: bool = True, warmup_s: float = 0.0,
              wait_step_s: float = 0.0005, decision_delay_s: float = 0.0, seed: int = 0,
-             online_correction: bool = True,
+             online_correction: bool = True, max_idle_wait_s: float = 60.0,
              observer: DecisionObserver | None = None) -> SimulationResult:
     """Serve `trace` (sorted by time) with `policy` and return the recorded metrics.
 
@@ -87,6 +87,8 @@ def simulate(trace: typing.Sequence[Arrival], streams: typing.Mapping[str, Strea
     delay), the simulator advances by `wait_step_s` or to the next arrival, whichever is first.
     `decision_delay_s` adds a fixed gap before each decision, to model a timer-driven node.
     `observer` is called after every decision with the time, the batch and the scheduler.
+    A policy that keeps waiting for `max_idle_wait_s` after the last arrival while requests are
+    queued raises RuntimeError rather than looping forever.
     """
     if service_time is None:
         service_time = ProfileLatencySampler(profile)
@@ -122,6 +124,9 @@ def simulate(trace: typing.Sequence[Arrival], streams: typing.Mapping[str, Strea
 
         next_arrival_s = trace[next_index].time_s if next_index < len(trace) else None
         if scheduler.pending():
+            if next_arrival_s is None and trace and now - trace[-1].time_s > max_idle_wait_s:
+                raise RuntimeError(f'policy {policy.name!r} kept {scheduler.pending()} requests '
+                                   f'queued without serving them for {max_idle_wait_s} s')
             step_s = now + wait_step_s
             now = step_s if next_arrival_s is None else min(step_s, next_arrival_s)
         elif next_arrival_s is not None:
