@@ -152,13 +152,12 @@ class ServeConfig:
                 name=name,
                 topic=str(parameters.get(prefix + 'topic', f'/{name}/image_raw')),
                 model=str(parameters.get(prefix + 'model', '')),
-                slo_ms=float(parameters.get(prefix + 'slo_ms', defaults.slo_ms)),
-                min_accuracy=float(parameters.get(prefix + 'min_accuracy',
-                                                  defaults.min_accuracy)),
-                max_batch=int(parameters.get(prefix + 'max_batch', defaults.max_batch)),
-                queue_depth=int(parameters.get(prefix + 'queue_depth', defaults.queue_depth)),
+                slo_ms=_number(parameters, prefix + 'slo_ms', defaults.slo_ms),
+                min_accuracy=_number(parameters, prefix + 'min_accuracy', defaults.min_accuracy),
+                max_batch=_integer(parameters, prefix + 'max_batch', defaults.max_batch),
+                queue_depth=_integer(parameters, prefix + 'queue_depth', defaults.queue_depth),
                 input_type=str(parameters.get(prefix + 'input_type', defaults.input_type)),
-                expected_rate_hz=float(parameters.get(prefix + 'expected_rate_hz', 0.0)),
+                expected_rate_hz=_number(parameters, prefix + 'expected_rate_hz', 0.0),
             )
 
         models = {}
@@ -170,7 +169,7 @@ class ServeConfig:
                 architecture=str(parameters.get(prefix + 'architecture', '')),
                 weights=str(parameters.get(prefix + 'weights', '')),
                 exit_heads=str(parameters.get(prefix + 'exit_heads', '')),
-                input_size=int(parameters.get(prefix + 'input_size', 32)),
+                input_size=_integer(parameters, prefix + 'input_size', 32),
                 labels=labels,
                 exits=tuple(_string_list(parameters, prefix + 'exits')),
             )
@@ -181,13 +180,13 @@ class ServeConfig:
             policy=str(parameters.get('policy', POLICY_DEFAULT)),
             profile_path=str(parameters.get('profile_path', '')),
             device=str(parameters.get('device', 'cpu')),
-            tick_period_ms=float(parameters.get('tick_period_ms', 2.0)),
+            tick_period_ms=_number(parameters, 'tick_period_ms', 2.0),
             arrival_reference=str(parameters.get('arrival_reference', 'header')),
             drop_doomed=bool(parameters.get('drop_doomed', True)),
             latency_quantile=str(parameters.get('latency_quantile', 'p95')),
             score_weights=ScoreWeights(
-                pressure=float(parameters.get('score.w_pressure', ScoreWeights.pressure)),
-                accuracy=float(parameters.get('score.w_accuracy', ScoreWeights.accuracy)),
+                pressure=_number(parameters, 'score.w_pressure', ScoreWeights.pressure),
+                accuracy=_number(parameters, 'score.w_accuracy', ScoreWeights.accuracy),
             ),
         )
         config.validate()
@@ -232,6 +231,20 @@ def _string_list(parameters: typing.Mapping[str, typing.Any], name: str) -> list
     if isinstance(value, str):
         value = [value] if value else []
     return [str(item) for item in value if str(item)]
+
+
+def _number(parameters: typing.Mapping[str, typing.Any], name: str, default: float) -> float:
+    value = parameters.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f'{name} is {value!r}; expected a number')
+    return float(value)
+
+
+def _integer(parameters: typing.Mapping[str, typing.Any], name: str, default: int) -> int:
+    value = parameters.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ConfigError(f'{name} is {value!r}; expected a whole number')
+    return int(value)
 
 
 def _check_range(name: str, value: float, bounds: tuple[float, float]) -> None:

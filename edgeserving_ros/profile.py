@@ -227,9 +227,12 @@ class LatencyCorrection:
 class LatencyModel:
     """Predicts the latency of (model, exit, batch size) from a profile quantile.
 
-    Batch sizes between profiled ones are interpolated linearly; beyond the largest profiled
-    size the last segment's slope is extended (an estimate: real batching curves flatten or
-    jump). Predictions are multiplied by the online correction factor of (model, exit).
+    Batch sizes between profiled ones are interpolated linearly. Beyond the largest profiled
+    size the last segment's slope is extended, which is an estimate because real batching
+    curves flatten or jump. Predictions are multiplied by the online correction factor of
+    (model, exit). That factor compares measurements with the profiled mean (p50 where the mean
+    is missing), not with the predicted quantile: otherwise it would converge to mean / p95 and
+    pull a p95 prediction down to the median.
     """
 
     def __init__(self, profile: Profile, quantile: str = 'p95',
@@ -240,13 +243,16 @@ class LatencyModel:
         self.quantile = quantile
         self.correction = correction if correction is not None else LatencyCorrection()
         self._tables: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
+        self._central_tables: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
         self._cache: dict[tuple[str, int, int], float] = {}
         for name, model in profile.models.items():
             for exit_index, exit_profile in enumerate(model.exits):
                 batches = sorted(exit_profile.latency_ms)
                 seconds = [exit_profile.latency_ms[b].quantile_ms(quantile) / 1000.0
                            for b in batches]
+                central = [_central_ms(exit_profile.latency_ms[b]) / 1000.0 for b in batches]
                 self._tables[(name, exit_index)] = (batches, seconds)
+                self._central_tables[(name, exit_index)] = (batches, central)
 
     def uncorrected_s(self, model: str, exit_index: int, batch_size: int) -> float:
         """Return the profiled latency in seconds, before online correction."""
@@ -268,10 +274,23 @@ class LatencyModel:
         return (self.uncorrected_s(model, exit_index, batch_size)
                 * self.correction.factor(model, exit_index))
 
+    def central_s(self, model: str, exit_index: int, batch_size: int) -> float:
+        """Return the profiled mean latency in seconds (p50 where no mean was recorded)."""
+        try:
+            batches, seconds = self._central_tables[(model, exit_index)]
+        except KeyError:
+            raise ProfileError(f'no latency profiled for model {model!r} exit {exit_index}') \
+                from None
+        return _interpolate(batches, seconds, batch_size)
+
     def observe(self, model: str, exit_index: int, batch_size: int, measured_s: float) -> None:
         """Feed one measured batch latency to the online correction."""
         self.correction.observe(model, exit_index,
-                                self.uncorrected_s(model, exit_index, batch_size), measured_s)
+                                self.central_s(model, exit_index, batch_size), measured_s)
+
+
+def _central_ms(stats: LatencyStats) -> float:
+    return stats.mean if math.isfinite(stats.mean) and stats.mean > 0 else stats.p50
 
 
 def _interpolate(batches: list[int], seconds: list[float], batch_size: int) -> float:

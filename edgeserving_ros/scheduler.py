@@ -130,7 +130,8 @@ class Scheduler:
     def _drop_doomed(self, now: float) -> list[Request]:
         dropped = []
         for queue in self.queues.values():
-            doomed = [request for request in queue if self.context.is_doomed(request, now)]
+            doomed = [request for request in queue
+                      if self.policy.is_doomed(request, now, self.context)]
             if not doomed:
                 continue
             queue.remove(doomed)

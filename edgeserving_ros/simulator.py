@@ -1,4 +1,4 @@
-"""Discrete-event simulator: drives any policy through the node's scheduler with profiled latencies.
+"""Discrete-event simulator: drives any policy through the scheduler with profiled latencies.
 
 One batch is in service at a time, as on the node's device. Arrivals that happen while a batch
 runs are queued (with their own arrival times) when it finishes, the instant the next decision

@@ -31,8 +31,9 @@ class SchedulingContext:
     """
 
     def __init__(self, streams: typing.Mapping[str, StreamConfig], profile: Profile,
-                 latency: LatencyModel, allowed_exit_names: typing.Mapping[str, typing.Sequence[str]]
-                 | None = None, seed: int = 0):
+                 latency: LatencyModel,
+                 allowed_exit_names: typing.Mapping[str, typing.Sequence[str]] | None = None,
+                 seed: int = 0):
         self.streams = streams
         self.profile = profile
         self.latency = latency
@@ -113,6 +114,15 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def decide(self, now: float, queues: Queues, context: SchedulingContext) -> Action | None:
         """Return the next action, or None to leave the device idle until the next tick."""
+
+    def is_doomed(self, request: Request, now: float, context: SchedulingContext) -> bool:
+        """Tell whether the scheduler drops `request` before a decision of a `drops_doomed` policy.
+
+        The default is `context.is_doomed`: late even if served alone now at the fastest allowed
+        exit. A policy that never uses that exit, or that drops for another reason (a queue
+        timeout), overrides this test.
+        """
+        return context.is_doomed(request, now)
 
     def reset(self) -> None:
         """Forget any state kept between decisions (round-robin position, timers)."""
