@@ -46,6 +46,8 @@ DEFAULT_MAX_BAG_MESSAGES = 10_000
 MAX_RATE_HZ = 1000.0
 MAX_SIDE_PX = 4096
 
+SUBSCRIBER_SETTLE_S = 0.5
+
 
 @dataclasses.dataclass(frozen=True)
 class StreamSpec:
@@ -251,6 +253,10 @@ def _create_player_node(options: argparse.Namespace):
                 missing = [topic for topic, publisher in self.publishers_by_topic.items()
                            if publisher.get_subscription_count() == 0]
                 if not missing:
+                    # Discovery is asymmetric: the writer can match a reader before the reader
+                    # has matched the writer, and a reliable volatile reader misses what is
+                    # published in that gap. A short pause lets both sides match.
+                    stop.wait(SUBSCRIBER_SETTLE_S)
                     return True
                 if time.monotonic() >= deadline:
                     self.get_logger().warning(

@@ -71,13 +71,14 @@ def test_cli_writes_profile_that_loads_back(tmp_path):
 def test_latency_grows_with_exit_depth():
     engine = InferenceEngine({'deep': CifarResNet('cifar_resnet56')})
 
-    tables = profiler.profile_model(engine, 'deep', max_batch=2, runs=15, warmup_rounds=2)
+    tables = profiler.profile_model(engine, 'deep', max_batch=2, runs=25, warmup_rounds=2)
 
     for batch_size in (1, 2):
         medians = [table[batch_size].p50 for table in tables]
-        # Stage 1 holds a third of ResNet-56's blocks, so the margins are wide against noise.
-        assert medians[0] <= medians[1] * 1.2, medians
-        assert medians[1] <= medians[2] * 1.2, medians
+        # Each stage holds a third of ResNet-56's blocks (true ratios about 1 : 1.7 : 2.4), so
+        # adjacent exits get a wide margin against other processes on a shared CPU.
+        assert medians[0] <= medians[1] * 1.5, medians
+        assert medians[1] <= medians[2] * 1.5, medians
         assert medians[0] <= medians[2] * 0.8, medians
     for table in tables:
         for stats in table.values():
