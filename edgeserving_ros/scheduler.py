@@ -47,7 +47,7 @@ class Scheduler:
     """Owns the queues and applies a policy's decisions to them.
 
     With `drop_doomed` (the default), policies that declare `drops_doomed` get doomed requests
-    removed and counted before each decision; with it off, those requests stay queued and are
+    removed and counted before each decision. With it off, those requests stay queued and are
     served late. Decision times of the policy (wall clock, perf_counter) are kept for overhead
     reports, the last `decision_samples` of them.
     """

@@ -2,7 +2,8 @@
 
 One batch is in service at a time, as on the node's device. Arrivals that happen while a batch
 runs are queued (with their own arrival times) when it finishes, the instant the next decision
-is made; this is what the node sees, because its inference thread decides only between batches.
+is made. The node behaves the same way, because its inference thread decides only between
+batches.
 """
 
 import bisect
@@ -30,9 +31,9 @@ class ProfileLatencySampler:
     """Service times drawn from a profile.
 
     With `noise` off every batch takes the profiled `quantile`. With it on, a latency is drawn
-    from the piecewise-linear distribution through the profiled p50, p95 and p99 (the lower
-    tail mirrors p50 to p95 below the median, floored at 80 % of p50, and the top 1 % extends
-    to 1.2 x p99). This is an estimate of the shape; real tails can be heavier. `slowdown`
+    from the piecewise-linear distribution through the profiled p50, p95 and p99. Below the
+    median the tail mirrors the p50-to-p95 gap, floored at 80 % of p50, and the top 1 % extends
+    to 1.2 x p99. This shape is an estimate, and real tails can be heavier. `slowdown`
     multiplies every latency, to emulate a device slower than the one profiled.
     """
 
