@@ -20,6 +20,7 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidNodeNameException, InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
@@ -147,10 +148,14 @@ class EdgeServingNode(Node):
 
         self._stream_loggers = {name: self.get_logger().get_child(name)
                                 for name in config.streams}
-        self._result_publishers = {
-            name: self.create_publisher(String, f'~/{name}/result', RESULT_QOS)
-            for name in config.streams}
-        self._subscriptions_by_stream = {name: self._subscribe(name) for name in config.streams}
+        try:
+            self._result_publishers = {
+                name: self.create_publisher(String, f'~/{name}/result', RESULT_QOS)
+                for name in config.streams}
+            self._subscriptions_by_stream = {name: self._subscribe(name)
+                                             for name in config.streams}
+        except (InvalidTopicNameException, InvalidNodeNameException) as error:
+            raise StartupError(f'invalid topic name: {error}') from error
 
         self._diagnostics = DiagnosticsBuilder(self.get_name(), self._hardware_id())
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, '/diagnostics',
@@ -413,8 +418,6 @@ class EdgeServingNode(Node):
             self._scheduler.drop_doomed = value
         elif name == 'arrival_reference':
             self._arrival_reference = value
-        elif name == 'summary_path':
-            self._settings.summary_path = value
         elif name == 'reset_latency_correction' and value:
             self._scheduler.context.latency.correction.reset()
 

@@ -19,7 +19,8 @@ import math
 import typing
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterAlreadyDeclaredException, ParameterUninitializedException)
 from rclpy.parameter import Parameter
 
 from edgeserving_ros.config import (ARRIVAL_REFERENCES, CIFAR10_LABELS, ConfigError,
@@ -130,8 +131,9 @@ NODE_PARAMETERS = (
                   'this history age before they reach the queue.',
                   value_range=(1, 1000)),
     ParameterSpec('summary_path', '',
-                  "At shutdown, write the metrics summary as JSON to this file; '' writes none.",
-                  read_only=False),
+                  "At shutdown, write the metrics summary as JSON to this file; '' writes none. "
+                  'Read-only, so that no peer on the ROS graph can choose where the node '
+                  'writes.'),
     ParameterSpec('reset_latency_correction', False,
                   'Setting true resets the online latency correction factors of every model '
                   'and exit to 1; the parameter keeps the value it was set to.',
@@ -209,6 +211,11 @@ def declare_parameters(node) -> dict[str, typing.Any]:
     values = {}
     for spec in NODE_PARAMETERS:
         values[spec.name] = _declare(node, spec, spec.name)
+    for list_name in ('stream_names', 'model_names'):
+        names = values[list_name]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ConfigError(f'{list_name} lists {", ".join(repeated)} more than once')
 
     for stream in values['stream_names']:
         _check_name('stream_names', stream)
@@ -255,8 +262,9 @@ def validate_changes(parameters: typing.Sequence[Parameter], config: ServeConfig
     """Check a set of live parameter changes against `config`; return name -> checked value.
 
     Raises ConfigError naming the first invalid parameter; the caller then rejects the whole
-    set. Integers are accepted for floating-point parameters. Read-only parameters never reach
-    this function through rclpy, which rejects them first, but are rejected here as well.
+    set. Read-only parameters, values of the wrong type and values outside a descriptor's range
+    never reach this function through rclpy, which rejects them first, but the checks here
+    also cover callers that bypass rclpy.
     """
     changes = {}
     stream_fields: dict[str, dict[str, typing.Any]] = {}
@@ -301,9 +309,6 @@ def _checked_node_value(name: str, value: typing.Any) -> typing.Any:
     elif name in ('drop_doomed', 'reset_latency_correction'):
         if not isinstance(value, bool):
             raise ConfigError(f'{name} is {value!r}; expected true or false')
-    elif name == 'summary_path':
-        if not isinstance(value, str):
-            raise ConfigError(f'{name} is {value!r}; expected a file path')
     return value
 
 
@@ -314,6 +319,11 @@ def _declare(node, spec: ParameterSpec, name: str) -> typing.Any:
         expected = _type_name(spec.default)
         raise ConfigError(f'{name} has a value of the wrong type: expected {expected} '
                           f'(write 50.0, not 50, for a floating-point value): {error}') from None
+    except InvalidParameterValueException as error:
+        raise ConfigError(f'{name} has an invalid value: {error}') from None
+    except ParameterAlreadyDeclaredException:
+        raise ConfigError(f'{name} is declared twice: a stream or model name is listed '
+                          'twice') from None
     try:
         value = parameter.value
     except ParameterUninitializedException:
@@ -322,7 +332,8 @@ def _declare(node, spec: ParameterSpec, name: str) -> typing.Any:
 
 
 def _check_name(list_name: str, name: str) -> None:
-    if not name or not name[0].isalpha() or not name.replace('_', '').isalnum():
+    if (not name or not name.isascii() or not name[0].isalpha()
+            or not name.replace('_', '').isalnum()):
         raise ConfigError(f'{list_name} contains {name!r}: a name is letters, digits and _, '
                           'starting with a letter, because it becomes part of parameter and '
                           'topic names')

@@ -20,7 +20,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -51,11 +51,15 @@ def generate_launch_description():
 
 
 def _launch_node(context):
-    """Return the actions that depend on argument values: the environment and the node."""
-    actions = []
+    """Return the node configured from the argument values.
+
+    The Fast DDS profile goes into the node's own environment, so that a launch file including
+    this one does not pass it on to processes it starts later.
+    """
+    environment = {}
     fastdds_profile = LaunchConfiguration('fastdds_profile').perform(context)
     if fastdds_profile:
-        actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', fastdds_profile))
+        environment['FASTDDS_DEFAULT_PROFILES_FILE'] = fastdds_profile
 
     parameters = [LaunchConfiguration('config_file').perform(context)]
     policy = LaunchConfiguration('policy').perform(context)
@@ -66,13 +70,13 @@ def _launch_node(context):
         raise ValueError(f"use_sim_time is {use_sim_time!r}; expected 'true' or 'false'")
     parameters.append({'use_sim_time': use_sim_time == 'true'})
 
-    actions.append(Node(
+    return [Node(
         package=PACKAGE,
         executable='edgeserving',
         name='edgeserving',
         namespace=LaunchConfiguration('namespace').perform(context),
         parameters=parameters,
+        additional_env=environment,
         output='screen',
         emulate_tty=True,
-    ))
-    return actions
+    )]

@@ -161,7 +161,7 @@ def test_live_parameters_are_the_documented_ones():
     module = node_parameters()
     assert module.LIVE_STREAM_FIELDS == ('slo_ms', 'min_accuracy', 'max_batch')
     assert set(module.LIVE_NODE_PARAMETERS) == {'arrival_reference', 'drop_doomed',
-                                                'summary_path', 'reset_latency_correction'}
+                                                'reset_latency_correction'}
     assert all(spec.read_only for spec in module.MODEL_PARAMETERS)
 
 
@@ -190,7 +190,6 @@ VALID_CHANGES = [
     ('streams.front.max_batch', 16, 16),
     ('arrival_reference', 'receive', 'receive'),
     ('drop_doomed', False, False),
-    ('summary_path', '/tmp/summary.json', '/tmp/summary.json'),
     ('reset_latency_correction', True, True),
 ]
 
@@ -288,6 +287,20 @@ def test_declare_rejects_integer_for_double(bare_node):
 def test_declare_rejects_invalid_stream_name(bare_node):
     node = bare_node(stream_names=['front camera'], model_names=['resnet20'])
     with pytest.raises(ConfigError, match='front camera'):
+        node_parameters().declare_parameters(node)
+
+
+@pytest.mark.parametrize('overrides, expected_text', [
+    ({'streams.front.max_batch': 0}, r'streams\.front\.max_batch has an invalid value'),
+    ({'tick_period_ms': 0.0}, r'tick_period_ms has an invalid value'),
+    ({'stream_names': ['front', 'front']}, r'stream_names lists front more than once'),
+    ({'stream_names': ['cam_\u00fc']}, 'cam_'),
+])
+def test_declare_rejects_bad_startup_values(bare_node, overrides, expected_text):
+    parameters = {'stream_names': ['front'], 'model_names': ['resnet20']}
+    parameters.update(overrides)
+    node = bare_node(**parameters)
+    with pytest.raises(ConfigError, match=expected_text):
         node_parameters().declare_parameters(node)
 
 
