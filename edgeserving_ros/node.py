@@ -49,6 +49,7 @@ DEFAULT_PROFILE_NAME = 'profile_cpu.json'
 
 DIAGNOSTICS_PERIOD_S = 1.0
 FUTURE_STAMP_TOLERANCE_S = 1.0
+STALE_STAMP_WARNING_S = 10.0
 LOG_THROTTLE_S = 5.0
 # Batches one timer tick may serve before it returns to the executor; the next tick goes on.
 MAX_BATCHES_PER_TICK = 50
@@ -283,17 +284,25 @@ class EdgeServingNode(Node):
         if self._arrival_reference != 'header':
             return receive_s
         stamp_s = header.stamp.sec + header.stamp.nanosec / 1e9
+        logger = self._stream_loggers[stream]
+        # One log call per case, because rclpy throttles per call site.
         if stamp_s == 0.0:
-            problem = 'is 0'
-        elif stamp_s > receive_s + FUTURE_STAMP_TOLERANCE_S:
-            problem = (f'is {stamp_s - receive_s:.3f} s ahead of the node clock (another '
-                       'clock source? check use_sim_time)')
-        else:
-            return stamp_s
-        self._stream_loggers[stream].warning(
-            f'header stamp of stream {stream} {problem}: the deadline counts from the receive '
-            'time instead', throttle_duration_sec=LOG_THROTTLE_S)
-        return receive_s
+            logger.warning(
+                f'header stamp of stream {stream} is 0: the deadline counts from the receive '
+                'time instead', throttle_duration_sec=LOG_THROTTLE_S)
+            return receive_s
+        if stamp_s > receive_s + FUTURE_STAMP_TOLERANCE_S:
+            logger.warning(
+                f'header stamp of stream {stream} is {stamp_s - receive_s:.3f} s ahead of the '
+                'node clock (another clock source? check use_sim_time): the deadline counts '
+                'from the receive time instead', throttle_duration_sec=LOG_THROTTLE_S)
+            return receive_s
+        if stamp_s < receive_s - STALE_STAMP_WARNING_S:
+            logger.warning(
+                f'header stamp of stream {stream} is {receive_s - stamp_s:.3f} s behind the node '
+                'clock, so its frames miss their deadlines: synchronise the camera clock or set '
+                'arrival_reference to receive', throttle_duration_sec=LOG_THROTTLE_S)
+        return stamp_s
 
     def _on_tick(self) -> None:
         """Serve batches until the queues are empty or the policy waits (inference thread)."""
