@@ -95,3 +95,14 @@ def _paths_in_use() -> set[str]:
 def make_ros_context():
     """The `ros_context` context manager, for fixtures of module or session scope."""
     return ros_context
+
+
+@pytest.fixture(scope='module')
+def torch_one_thread():
+    """Run a module's torch work on one thread, as the shipped profile was measured."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -21,12 +21,7 @@ CIFAR_TEST = 'cifar10-jpeg/test'
 TORCHVISION_ARCHITECTURES = ('resnet18', 'resnet50', 'mobilenet_v3_small')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -18,12 +18,7 @@ RESNET20_WEIGHTS = 'cifar10-resnet-weights/resnet20-12fca82f.th'
 CIFAR_TRAIN = 'cifar10-jpeg/train'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')
