@@ -58,25 +58,51 @@ class StreamSpec:
     encoding: str = 'bgr8'
 
 
+class StreamSpecError(argparse.ArgumentTypeError, ValueError):
+    """Invalid `--stream` value: argparse prints its message and it is also a ValueError."""
+
+
 def parse_stream_spec(text: str) -> StreamSpec:
-    """Parse `TOPIC=RATE_HZ[:ENCODING]`; raise ValueError naming the invalid part."""
+    """Parse `TOPIC=RATE_HZ[:ENCODING]`; raise StreamSpecError naming the invalid part."""
     topic, separator, rest = text.partition('=')
     if not separator or not topic:
-        raise ValueError(f'invalid stream {text!r}: expected TOPIC=RATE_HZ[:ENCODING]')
+        raise StreamSpecError(f'invalid stream {text!r}: expected TOPIC=RATE_HZ[:ENCODING]')
+    _check_topic_name(topic, text)
     rate_text, _, encoding = rest.partition(':')
     encoding = encoding or 'bgr8'
     try:
         rate_hz = float(rate_text)
     except ValueError:
-        raise ValueError(f'invalid rate {rate_text!r} in stream {text!r}: expected a number '
-                         'of frames per second') from None
+        raise StreamSpecError(f'invalid rate {rate_text!r} in stream {text!r}: expected a '
+                              'number of frames per second') from None
     if not 0.0 < rate_hz <= MAX_RATE_HZ or not math.isfinite(rate_hz):
-        raise ValueError(f'rate {rate_hz} Hz in stream {text!r} is out of range: '
-                         f'expected more than 0 and at most {MAX_RATE_HZ:g}')
+        raise StreamSpecError(f'rate {rate_hz:g} Hz in stream {text!r} is out of range: '
+                              f'expected more than 0 and at most {MAX_RATE_HZ:g}')
     if encoding not in ENCODINGS:
-        raise ValueError(f'encoding {encoding!r} in stream {text!r} is not supported: '
-                         f'expected one of {", ".join(ENCODINGS)}')
+        raise StreamSpecError(f'encoding {encoding!r} in stream {text!r} is not supported: '
+                              f'expected one of {", ".join(ENCODINGS)}')
     return StreamSpec(topic=topic, rate_hz=rate_hz, encoding=encoding)
+
+
+def _check_topic_name(topic: str, text: str) -> None:
+    """Raise StreamSpecError unless `topic` is a valid ROS topic name, relative or absolute.
+
+    The name is expanded as the player node's own would be (node `edgeserving_player` in the
+    root namespace) so that errors only the full name shows, such as `//`, are found too.
+    """
+    from rclpy.exceptions import NameValidationException
+    from rclpy.expand_topic_name import expand_topic_name
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+    from rclpy.validate_topic_name import validate_topic_name
+
+    try:
+        validate_topic_name(topic)
+        validate_full_topic_name(expand_topic_name(topic, 'edgeserving_player', '/'))
+    except (NameValidationException, ValueError) as error:
+        # rclpy's message has the form 'Invalid topic name: REASON:' and then lines that
+        # point at the invalid character.
+        reason = str(error).splitlines()[0].removeprefix('Invalid topic name: ').rstrip(':')
+        raise StreamSpecError(f'invalid topic {topic!r} in stream {text!r}: {reason}') from None
 
 
 def arrival_offsets(process: str, rate_hz: float, rng: np.random.Generator,
@@ -442,6 +468,10 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         parser.error('--max-images must be at least 1')
     if options.max_frames < 0 or options.cache_mb < 0:
         parser.error('--max-frames and --cache-mb must be >= 0')
+    for name in ('labels_out', 'stats_out'):
+        path = getattr(options, name)
+        if path is not None and not path.parent.is_dir():
+            parser.error(f'--{name.replace("_", "-")} {path}: folder {path.parent} not found')
     return options
 
 
@@ -458,21 +488,26 @@ def main(args: list[str] | None = None) -> int:
     except sample_images.ImageSourceError as error:
         print(f'edgeserving-player: {error}', file=sys.stderr)
         return 2
+    labels_file = None
+    if options.labels_out is not None:
+        try:
+            labels_file = open(options.labels_out, 'w', encoding='utf-8')
+        except OSError as error:
+            print(f'edgeserving-player: cannot write --labels-out {options.labels_out}: '
+                  f'{error.strerror}', file=sys.stderr)
+            return 2
 
     stop = threading.Event()
     previous_handlers = {number: signal.signal(number, lambda *_: stop.set())
                          for number in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
-    labels_file = None
     try:
         node = _create_player_node(options)
         logger = node.get_logger()
         logger.info(f'loaded {len(frames)} frames from {source}')
         if options.wait_subscribers_s > 0:
             node.wait_for_subscribers(options.wait_subscribers_s, stop)
-        if options.labels_out is not None:
-            labels_file = open(options.labels_out, 'w', encoding='utf-8')
         stats = play(node, options, frames, stop, labels_file)
 
         for topic, topic_stats in stats.items():

@@ -107,16 +107,34 @@ def load_bag(path: str | pathlib.Path, topic: str | None = None,
     `path` is a ROS 1 `.bag` file or a rosbag2 folder (sqlite3 or MCAP storage). Messages of
     type sensor_msgs/CompressedImage keep their original data for republishing and are decoded
     to grey or BGR; sensor_msgs/Image messages are converted to BGR. Without `topic` the bag
-    must contain exactly one image topic.
+    must contain exactly one image topic. A path that is not a readable bag raises
+    ImageSourceError.
     """
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag1 import ReaderError as Rosbag1ReaderError
+    from rosbags.rosbag2 import ReaderError as Rosbag2ReaderError
 
     path = pathlib.Path(path)
     if not path.exists():
         raise ImageSourceError(f'bag not found: {path}')
     if max_frames < 1:
         raise ImageSourceError(f'max_frames must be at least 1, got {max_frames}')
+
+    try:
+        frames, connections = _read_bag_images(path, topic, max_frames)
+    except (AnyReaderError, Rosbag1ReaderError, Rosbag2ReaderError, OSError) as error:
+        # A rosbag2 folder without metadata.yaml raises FileNotFoundError; a file that is not a
+        # bag raises AnyReaderError.
+        raise ImageSourceError(f'cannot read bag {path}: {error}') from None
+    if not frames:
+        raise ImageSourceError(f'bag {path} contains no messages on {connections[0].topic}')
+    return frames
+
+
+def _read_bag_images(path: pathlib.Path, topic: str | None,
+                     max_frames: int) -> tuple[list[Frame], list]:
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
 
     # The default type store decodes ROS 2 bags that carry no message definitions; ROS 1 bags
     # carry their own definitions.
@@ -130,9 +148,7 @@ def load_bag(path: str | pathlib.Path, topic: str | None = None,
                                                 timestamp_ns / 1e9))
             if len(frames) >= max_frames:
                 break
-    if not frames:
-        raise ImageSourceError(f'bag {path} contains no messages on {connections[0].topic}')
-    return frames
+    return frames, connections
 
 
 def _select_image_connections(connections, topic: str | None, path: pathlib.Path) -> list:

@@ -8,6 +8,7 @@ batches.
 
 import bisect
 import dataclasses
+import math
 import random
 import typing
 
@@ -89,8 +90,10 @@ def simulate(trace: typing.Sequence[Arrival], streams: typing.Mapping[str, Strea
     `decision_delay_s` adds a fixed gap before each decision, to model a timer-driven node.
     `observer` is called after every decision with the time, the batch and the scheduler.
     A policy that keeps waiting for `max_idle_wait_s` after the last arrival while requests are
-    queued raises RuntimeError rather than looping forever.
+    queued raises RuntimeError rather than looping forever. A trace with a non-finite or
+    decreasing time, or with a stream missing from `streams`, raises ValueError.
     """
+    _check_trace(trace, streams)
     if service_time is None:
         service_time = ProfileLatencySampler(profile)
     queues = {name: StreamQueue(name, config.queue_depth) for name, config in streams.items()}
@@ -133,3 +136,25 @@ def simulate(trace: typing.Sequence[Arrival], streams: typing.Mapping[str, Strea
         elif next_arrival_s is not None:
             now = max(now, next_arrival_s)
     return SimulationResult(metrics=metrics, scheduler=scheduler, end_s=now, batches=batches)
+
+
+def _check_trace(trace: typing.Sequence[Arrival],
+                 streams: typing.Mapping[str, StreamConfig]) -> None:
+    """Raise ValueError on the first arrival that is not finite, out of order or on no stream.
+
+    A NaN time would never be reached by the clock and loop forever, and an earlier time after
+    a later one would be served late without notice.
+    """
+    previous_s = -math.inf
+    for index, arrival in enumerate(trace):
+        if not math.isfinite(arrival.time_s):
+            problem = 'has a non-finite time'
+        elif arrival.time_s < previous_s:
+            problem = f'is earlier than the arrival before it ({previous_s} s)'
+        elif arrival.stream not in streams:
+            problem = f'is on an unknown stream; known streams: {", ".join(sorted(streams))}'
+        else:
+            previous_s = arrival.time_s
+            continue
+        raise ValueError(f'invalid trace: arrival {index} (time {arrival.time_s} s, stream '
+                         f'{arrival.stream!r}) {problem}')

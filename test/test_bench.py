@@ -182,3 +182,88 @@ def test_target_missed_when_dominated():
                                       _cell('reference', 0.06, 0.81, 39.0)])
     assert not comparison['met']
     assert comparison['dominated_by'] == ['reference']
+
+
+def _profile_path(folder: pathlib.Path) -> pathlib.Path:
+    if REPO_PROFILE.is_file():
+        return REPO_PROFILE
+    path = folder / 'profile.json'
+    save_profile(_fallback_profile(), path)
+    return path
+
+
+@pytest.mark.parametrize('arguments, message', [
+    (['--seeds', '0'], 'argument --seeds: 0 is out of range: expected at least 1'),
+    (['--duration-s', '0'], 'argument --duration-s: 0 is out of range'),
+    (['--duration-s', '-2'], 'argument --duration-s: -2 is out of range'),
+    (['--duration-s', 'nan'], 'argument --duration-s: nan is out of range'),
+    (['--loads', '0.5', '-1'], 'argument --loads: -1 is out of range'),
+    (['--policies', 'fifo', 'nope'], "argument --policies: invalid choice: 'nope'"),
+])
+def test_invalid_options_exit_two(arguments, message, tmp_path, capsys):
+    output = tmp_path / 'out'
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['--quick', '--no-progress', '--skip', 'fidelity', 'overhead',
+                  '--profile', str(_profile_path(tmp_path)), '--output', str(output),
+                  *arguments])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert 'Traceback' not in error
+    assert not output.exists()
+
+
+def test_unknown_policy_lists_known_names(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(['--policies', 'nope', '--output', str(tmp_path / 'out')])
+    error = capsys.readouterr().err
+    assert 'edgeserving' in error
+    assert 'round_robin' in error
+
+
+def test_output_that_is_a_file_rejected(tmp_path, capsys):
+    output = tmp_path / 'results'
+    output.write_text('keep me\n', encoding='utf-8')
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['--quick', '--output', str(output)])
+    assert exit_info.value.code == 2
+    assert 'exists and is not a folder' in capsys.readouterr().err
+    assert output.read_text(encoding='utf-8') == 'keep me\n'
+
+
+def test_failed_write_keeps_previous_output(quick_run, tmp_path, monkeypatch):
+    _, source = quick_run
+    output = tmp_path / 'out'
+    (output / 'plots').mkdir(parents=True)
+    results_text = (source / 'results.json').read_text(encoding='utf-8')
+    (output / 'results.json').write_text(results_text, encoding='utf-8')
+    (output / 'plots' / 'exit_mix.png').write_bytes(b'previous figure')
+    (output / 'notes.txt').write_text('not written by the benchmark\n', encoding='utf-8')
+
+    def fail_to_write_report(*_):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(report, 'write_report', fail_to_write_report)
+    with pytest.raises(OSError, match='disk full'):
+        cli.main(['--report-only', '--output', str(output)])
+
+    assert (output / 'plots' / 'exit_mix.png').read_bytes() == b'previous figure'
+    assert (output / 'results.json').read_text(encoding='utf-8') == results_text
+    assert not (output / 'benchmarks.md').exists()
+    assert (output / 'notes.txt').is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['out']
+
+
+def test_write_keeps_unrelated_files(quick_run, tmp_path):
+    _, source = quick_run
+    output = tmp_path / 'out'
+    output.mkdir()
+    (output / 'results.json').write_bytes((source / 'results.json').read_bytes())
+    (output / 'notes.txt').write_text('not written by the benchmark\n', encoding='utf-8')
+
+    assert cli.main(['--report-only', '--output', str(output)]) == 0
+
+    assert (output / 'notes.txt').is_file()
+    assert (output / 'benchmarks.md').is_file()
+    assert (output / 'plots' / 'exit_mix.png').read_bytes()[:8] == PNG_SIGNATURE
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['out']

@@ -4,6 +4,7 @@ Tests that start ROS processes need the private network namespace of tools/run-i
 (`make test`); outside it they fail instead of talking DDS on the host network.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -82,11 +83,84 @@ def test_parse_stream_spec_valid(text, expected):
 
 @pytest.mark.parametrize('text', [
     '/cam', '=30', '/cam=', '/cam=fast', '/cam=0', '/cam=-5', '/cam=nan', '/cam=5000',
-    '/cam=30:yuv', '/cam=30:jpeg',
+    '/cam=30:yuv', '/cam=30:jpeg', 'bad topic=10', '/cam//image=10', '1cam=10',
 ])
 def test_parse_stream_spec_invalid(text):
     with pytest.raises(ValueError):
         player.parse_stream_spec(text)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('/a=0', "rate 0 Hz in stream '/a=0' is out of range"),
+    ('/a=-5', "rate -5 Hz in stream '/a=-5' is out of range"),
+    ('/a=nan', "rate nan Hz in stream '/a=nan' is out of range"),
+    ('/a=1e9', "rate 1e+09 Hz in stream '/a=1e9' is out of range"),
+    ('/a=10:yuv420', "encoding 'yuv420' in stream '/a=10:yuv420' is not supported"),
+    ('/a', "invalid stream '/a': expected TOPIC=RATE_HZ[:ENCODING]"),
+    ('bad topic=10', "invalid topic 'bad topic' in stream 'bad topic=10': topic name must not "
+                     'contain characters other than alphanumerics'),
+    ('/a//b=10', "invalid topic '/a//b' in stream '/a//b=10': topic name must not contain "
+                 "repeated '/'"),
+    ('/a/=10', "invalid topic '/a/' in stream '/a/=10'"),
+])
+def test_invalid_stream_exits_two(text, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        player.parse_options(['--stream', '/ok=10', '--stream', text])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f'argument --stream: {message}' in error
+    assert 'invalid parse_stream_spec value' not in error
+
+
+def test_stream_spec_error_is_value_error():
+    with pytest.raises(argparse.ArgumentTypeError):
+        player.parse_stream_spec('bad topic=10')
+    with pytest.raises(ValueError):
+        player.parse_stream_spec('bad topic=10')
+
+
+@pytest.mark.parametrize('option', ['--labels-out', '--stats-out'])
+def test_output_in_missing_folder_exits_two(option, tmp_path, capsys):
+    path = tmp_path / 'absent' / 'out.json'
+    with pytest.raises(SystemExit) as exit_info:
+        player.parse_options(['--stream', '/a=10', option, str(path)])
+    assert exit_info.value.code == 2
+    assert f'{option} {path}: folder {path.parent} not found' in capsys.readouterr().err
+
+
+def test_unwritable_labels_file_exits_two(tmp_path, capsys):
+    # A folder cannot be opened for writing; the player stops before it starts ROS.
+    code = player.main(['edgeserving-player', '--stream', '/a=10', '--labels-out',
+                        str(tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f'edgeserving-player: cannot write --labels-out {tmp_path}: ')
+    assert len(error.splitlines()) == 1
+
+
+def _bad_bags(folder):
+    not_a_bag = folder / 'photo.bag'
+    not_a_bag.write_bytes(b'not a bag')
+    no_metadata = folder / 'rosbag2_without_metadata'
+    no_metadata.mkdir()
+    return [(not_a_bag, 'File magic is invalid'), (no_metadata, 'metadata')]
+
+
+def test_unreadable_bag_raises_source_error(tmp_path):
+    for path, reason in _bad_bags(tmp_path):
+        with pytest.raises(sample_images.ImageSourceError,
+                           match=f'cannot read bag {path}: .*{reason}'):
+            sample_images.load_bag(path)
+
+
+def test_unreadable_bag_exits_two(tmp_path, capsys):
+    for path, reason in _bad_bags(tmp_path):
+        code = player.main(['edgeserving-player', '--stream', '/a=10', '--bag', str(path)])
+        assert code == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f'edgeserving-player: cannot read bag {path}: ')
+        assert reason in error
+        assert len(error.splitlines()) == 1
 
 
 def test_periodic_arrivals_with_jitter_stay_ordered():

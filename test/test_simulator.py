@@ -167,3 +167,22 @@ def test_online_correction_learns_slowdown():
     # Every batch takes 2 x p50, so the final exit's factor approaches 2: 2 - 0.8**30.
     factor = result.scheduler.context.latency.correction.factor('net', 1)
     assert factor == pytest.approx(2.0, abs=0.01)
+
+
+@pytest.mark.parametrize('trace, message', [
+    ([Arrival(0.0, 'cam'), Arrival(float('nan'), 'cam')],
+     r"arrival 1 \(time nan s, stream 'cam'\) has a non-finite time"),
+    ([Arrival(float('inf'), 'cam')], r'arrival 0 \(time inf s.*non-finite'),
+    ([Arrival(0.0, 'cam'), Arrival(0.02, 'cam'), Arrival(0.01, 'cam')],
+     r"arrival 2 \(time 0.01 s, stream 'cam'\) is earlier than the arrival before it"),
+    ([Arrival(0.0, 'cam'), Arrival(0.01, 'lidar')],
+     r"arrival 1 \(time 0.01 s, stream 'lidar'\) is on an unknown stream; known streams: cam"),
+])
+def test_invalid_trace_raises(trace, message):
+    with pytest.raises(ValueError, match=message):
+        run(trace, one_stream(), 'fifo')
+
+
+def test_equal_arrival_times_accepted():
+    result, batches = run([Arrival(0.0, 'cam'), Arrival(0.0, 'cam')], one_stream(), 'fifo')
+    assert [arrivals for _, _, arrivals, _ in batches] == [[0.0, 0.0]]

@@ -15,10 +15,13 @@ import os
 import pathlib
 import platform
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 
 from edgeserving_ros.bench import experiments, fidelity, overhead, plots, report
+from edgeserving_ros.policies import POLICY_NAMES
 from edgeserving_ros.profile import ProfileError, load_profile
 
 RESULTS_SCHEMA = 'edgeserving-bench-results'
@@ -29,6 +32,27 @@ DEFAULT_OUTPUT = pathlib.Path('results/bench')
 OVERHEAD_STREAMS = (1, 2, 3, 4, 6, 8, 12, 16)
 OVERHEAD_POLICIES = ('edgeserving', 'reference', 'clockwork', 'edf', 'fifo', 'round_robin',
                      'triton', 'greedy_exit')
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'invalid integer {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} is out of range: expected at least 1')
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'invalid number {text!r}') from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f'{text} is out of range: expected a finite number above 0')
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,14 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--real-load', type=float, default=0.8,
                         help='load of the real run, x final-exit capacity (default: '
                              '%(default)s)')
-    parser.add_argument('--seeds', type=int, default=None,
+    parser.add_argument('--seeds', type=_positive_int, default=None,
                         help='number of seeds per cell (default: 3, quick: 1)')
-    parser.add_argument('--duration-s', type=float, default=None,
+    parser.add_argument('--duration-s', type=_positive_float, default=None,
                         help='simulated seconds per trace (default: 6, quick: 2)')
-    parser.add_argument('--loads', type=float, nargs='+', default=None,
+    parser.add_argument('--loads', type=_positive_float, nargs='+', default=None,
                         help='loads to sweep, x final-exit capacity')
-    parser.add_argument('--policies', nargs='+', default=None,
-                        help='policies to sweep (default: all; quick: 5)')
+    parser.add_argument('--policies', nargs='+', default=None, choices=POLICY_NAMES,
+                        metavar='POLICY',
+                        help='policies to sweep (default: all; quick: 5); known policies: '
+                             f'{", ".join(POLICY_NAMES)}')
     parser.add_argument('--arrivals', nargs='+', default=None,
                         choices=list(experiments.ARRIVALS), help='arrival processes to sweep')
     parser.add_argument('--jobs', type=int, default=1,
@@ -156,28 +182,53 @@ def run_benchmark(options: argparse.Namespace) -> dict:
 
 
 def write_outputs(results: dict, options: argparse.Namespace) -> list[pathlib.Path]:
-    """Write results.json, figures and pages; return the page paths."""
+    """Write results.json, figures and pages; return the page paths.
+
+    Every file is first written to a temporary folder beside its destination folder, and the
+    files replace those in OUTPUT (and the docs folder) only after all of them were written,
+    so a failure leaves the previous files in place. Other files in those folders are kept.
+    """
     # Targets are checked on the rounded figures that the JSON stores, so the page, the JSON
     # and a later --report-only agree.
     results = _json_ready(results)
     results['targets'] = {'cells': report.compare_all(results),
                           'decision_overhead': report.overhead_target(results)}
-    output = options.output
-    output.mkdir(parents=True, exist_ok=True)
-    _write_json(results, output / 'results.json')
-    images = plots.draw_all(results, output / 'plots')
-    report.write_report(results, output / 'benchmarks.md', images)
-    pages = [output / 'benchmarks.md']
-    if options.docs:
-        figures = options.docs_dir / 'benchmarks'
-        # The per-seed rows stay in OUTPUT/results.json; the docs keep the per-cell figures.
-        summary = dict(results, sweep={key: value for key, value in results['sweep'].items()
-                                       if key != 'runs'})
-        _write_json(summary, figures / 'results.json')
-        images = plots.draw_all(results, figures)
-        report.write_report(results, options.docs_dir / 'benchmarks.md', images)
-        pages.append(options.docs_dir / 'benchmarks.md')
-    return pages
+    destinations = [options.output] + ([options.docs_dir] if options.docs else [])
+    staging = {}
+    try:
+        for folder in destinations:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging[folder] = pathlib.Path(tempfile.mkdtemp(
+                prefix=f'.{folder.name}.', suffix='.tmp', dir=folder.parent))
+
+        output = staging[options.output]
+        _write_json(results, output / 'results.json')
+        images = plots.draw_all(results, output / 'plots')
+        report.write_report(results, output / 'benchmarks.md', images)
+        if options.docs:
+            docs = staging[options.docs_dir]
+            # The per-seed rows stay in OUTPUT/results.json; the docs keep the per-cell figures.
+            summary = dict(results, sweep={key: value for key, value in results['sweep'].items()
+                                           if key != 'runs'})
+            _write_json(summary, docs / 'benchmarks' / 'results.json')
+            images = plots.draw_all(results, docs / 'benchmarks')
+            report.write_report(results, docs / 'benchmarks.md', images)
+
+        for folder, staged in staging.items():
+            _move_files(staged, folder)
+    finally:
+        for staged in staging.values():
+            shutil.rmtree(staged, ignore_errors=True)
+    return [folder / 'benchmarks.md' for folder in destinations]
+
+
+def _move_files(source: pathlib.Path, destination: pathlib.Path) -> None:
+    """Move every file under `source` to the same relative path under `destination`."""
+    for path in sorted(source.rglob('*')):
+        if path.is_file():
+            target = destination / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
 
 
 def _write_json(results: dict, path: pathlib.Path) -> None:
@@ -207,8 +258,13 @@ def _display_path(path: pathlib.Path) -> str:
 
 def main(args: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
     options.argv = argv
+    if options.output.exists() and not options.output.is_dir():
+        parser.error(f'--output {options.output} exists and is not a folder')
+    if options.docs and options.docs_dir.exists() and not options.docs_dir.is_dir():
+        parser.error(f'--docs-dir {options.docs_dir} exists and is not a folder')
     if options.jobs < 1:
         print('edgeserving-bench: --jobs must be at least 1', file=sys.stderr)
         return 2
