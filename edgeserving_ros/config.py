@@ -100,12 +100,25 @@ class ModelConfig:
             raise ConfigError(f'{prefix}.labels is empty')
 
 
+def _default_score_weight(name: str) -> float:
+    # Imported on use: the policies import this module, so a module-level import would cycle.
+    from edgeserving_ros.policies import edgeserving
+
+    return getattr(edgeserving, name)
+
+
 @dataclasses.dataclass
 class ScoreWeights:
-    """Weights of the stability score's pressure and accuracy terms."""
+    """Weights of the stability score's pressure and accuracy terms.
 
-    pressure: float = 1.0
-    accuracy: float = 1.0
+    The defaults are the EdgeServing policy's own, so the node, the simulator and the tools
+    share one set of default weights.
+    """
+
+    pressure: float = dataclasses.field(
+        default_factory=lambda: _default_score_weight('DEFAULT_W_PRESSURE'))
+    accuracy: float = dataclasses.field(
+        default_factory=lambda: _default_score_weight('DEFAULT_W_ACCURACY'))
 
 
 @dataclasses.dataclass
@@ -174,6 +187,7 @@ class ServeConfig:
                 exits=tuple(_string_list(parameters, prefix + 'exits')),
             )
 
+        default_weights = ScoreWeights()
         config = cls(
             streams=streams,
             models=models,
@@ -185,8 +199,8 @@ class ServeConfig:
             drop_doomed=bool(parameters.get('drop_doomed', True)),
             latency_quantile=str(parameters.get('latency_quantile', 'p95')),
             score_weights=ScoreWeights(
-                pressure=_number(parameters, 'score.w_pressure', ScoreWeights.pressure),
-                accuracy=_number(parameters, 'score.w_accuracy', ScoreWeights.accuracy),
+                pressure=_number(parameters, 'score.w_pressure', default_weights.pressure),
+                accuracy=_number(parameters, 'score.w_accuracy', default_weights.accuracy),
             ),
         )
         config.validate()
