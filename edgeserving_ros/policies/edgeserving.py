@@ -14,13 +14,8 @@ from edgeserving_ros.requests import Request
 SCORE_TERMS = ('misses_now', 'misses_caused', 'pressure', 'accuracy')
 
 # Defaults chosen by edgeserving_ros.bench.weight_sweep on training seeds; see docs/scheduler.md.
-DEFAULT_W_PRESSURE = 0.3
-DEFAULT_W_ACCURACY = 0.3
-
-# Misses now are judged at this profiled latency quantile (times the online correction), so a
-# batch planned to end just before its head's deadline counts as a miss unless its slow tail
-# also fits. The other terms use the context's latency quantile, as the scheduler does.
-MISS_QUANTILE = 'p99'
+DEFAULT_W_PRESSURE = 1.0
+DEFAULT_W_ACCURACY = 1.0
 
 # Cached candidate sets (one per combination of streams, exits and batch limits seen).
 _CANDIDATE_CACHE_SIZE = 4096
@@ -31,7 +26,6 @@ class _Candidates(typing.NamedTuple):
     exit_index: np.ndarray
     batch_size: np.ndarray
     busy_s: np.ndarray
-    miss_busy_s: np.ndarray
     loss_per_request: np.ndarray
 
 
@@ -44,7 +38,6 @@ class _LatencyTables:
 
     def __init__(self):
         self._latency: LatencyModel | None = None
-        self._miss_latency: LatencyModel | None = None
         self._tables: dict[tuple, np.ndarray] = {}
 
     def bind(self, latency: LatencyModel) -> bool:
@@ -52,17 +45,18 @@ class _LatencyTables:
         if latency is self._latency:
             return False
         self._latency = latency
-        self._miss_latency = LatencyModel(latency.profile, MISS_QUANTILE)
         self._tables.clear()
         return True
 
     def batch_latency_s(self, model: str, exit_index: int, max_batch: int) -> np.ndarray:
-        """Return [L(1), ..., L(max_batch)] at the context quantile, uncorrected."""
-        return self._table('busy', self._latency, model, exit_index, max_batch)
-
-    def miss_latency_s(self, model: str, exit_index: int, max_batch: int) -> np.ndarray:
-        """Return the same array at MISS_QUANTILE, uncorrected."""
-        return self._table('miss', self._miss_latency, model, exit_index, max_batch)
+        """Return [L(1), ..., L(max_batch)] at the latency model's quantile, uncorrected."""
+        key = ('latency', model, exit_index, max_batch)
+        table = self._tables.get(key)
+        if table is None:
+            table = np.array([self._latency.uncorrected_s(model, exit_index, batch_size)
+                              for batch_size in range(1, max_batch + 1)])
+            self._tables[key] = table
+        return table
 
     def priced_work_s(self, model: str, exit_index: int, max_batch: int,
                       count: int) -> np.ndarray:
@@ -77,16 +71,6 @@ class _LatencyTables:
             self._tables[key] = table
         return table[:count + 1]
 
-    def _table(self, kind: str, latency: LatencyModel, model: str, exit_index: int,
-               max_batch: int) -> np.ndarray:
-        key = (kind, model, exit_index, max_batch)
-        table = self._tables.get(key)
-        if table is None:
-            table = np.array([latency.uncorrected_s(model, exit_index, batch_size)
-                              for batch_size in range(1, max_batch + 1)])
-            self._tables[key] = table
-        return table
-
 
 class EdgeServingPolicy(Policy):
     """Choose the action with the lowest stability score over the whole action space.
@@ -97,10 +81,11 @@ class EdgeServingPolicy(Policy):
         misses_now + misses_caused + w_pressure * pressure + w_accuracy * accuracy_cost,
 
     with the terms of `stability_score` (formulas there and in docs/scheduler.md). Doomed
-    requests are dropped by the scheduler before each decision. `final_exit_only` restricts
-    the exits to the final one (an ablation; doomed is then judged at the final exit too), and
-    `disabled_terms` removes terms from the score (ablations). Ties go to the candidate listed
-    first: streams in queue order, deeper exits first, larger batches first.
+    requests are dropped by the scheduler before each decision. Two options build ablations:
+    `final_exit_only` restricts the exits to the final one and then also judges doomed
+    requests at the final exit, and `disabled_terms` removes terms from the score. Ties go to
+    the candidate listed first: streams in queue order, deeper exits first, larger batches
+    first.
     """
 
     name = 'edgeserving'
@@ -133,38 +118,36 @@ class EdgeServingPolicy(Policy):
         return context.allowed_exits(stream)
 
     def is_doomed(self, request: Request, now: float, context: SchedulingContext) -> bool:
+        """Tell whether the request is late even if served alone now at this policy's fastest
+        exit (the final exit when `final_exit_only`)."""
         stream = request.stream
         fastest = self.exits(stream, context)[0]
         return now + context.latency_s(stream, fastest, 1) > request.deadline_s
 
     def decide(self, now: float, queues: Queues, context: SchedulingContext) -> Action | None:
-        streams = non_empty_streams(queues)
-        if not streams:
+        if not non_empty_streams(queues):
             return None
-        if self._tables.bind(context.latency):
-            self._blocks.clear()
-        terms, candidates = self._evaluate(now, queues, context, streams)
+        self._use(context)
+        terms, candidates, names = self._evaluate(now, queues, context)
         scores = self._combine(terms)
         best = int(np.argmin(scores))
-        return Action(streams[int(candidates.stream_index[best])],
+        return Action(names[int(candidates.stream_index[best])],
                       int(candidates.exit_index[best]), int(candidates.batch_size[best]))
 
     def candidate_terms(self, now: float, queues: Queues,
                         context: SchedulingContext) -> list[tuple[Action, dict]]:
-        """Return every candidate action with its four terms and score, as `decide` sees them.
+        """Return every candidate action with its four terms and score, as `decide` computes them.
 
-        The order is the tie-break order of `decide`. An empty list when every queue is empty.
+        The order is the tie-break order of `decide`; the list is empty when every queue is.
         """
-        streams = non_empty_streams(queues)
-        if not streams:
+        if not non_empty_streams(queues):
             return []
-        if self._tables.bind(context.latency):
-            self._blocks.clear()
-        terms, candidates = self._evaluate(now, queues, context, streams)
+        self._use(context)
+        terms, candidates, names = self._evaluate(now, queues, context)
         scores = self._combine(terms)
         rows = []
         for k in range(len(scores)):
-            action = Action(streams[int(candidates.stream_index[k])],
+            action = Action(names[int(candidates.stream_index[k])],
                             int(candidates.exit_index[k]), int(candidates.batch_size[k]))
             rows.append((action, {'misses_now': float(terms.misses_now[k]),
                                   'misses_caused': float(terms.misses_caused[k]),
@@ -178,19 +161,25 @@ class EdgeServingPolicy(Policy):
         """Return each term of `action`'s score, the score and the misses it predicts.
 
         Computed with the scalar reference functions of `stability_score`, independently of
-        the vectorised path `decide` uses. `predicted_misses` is misses_now + misses_caused;
+        the vectorised path `decide` uses. `misses_caused` includes `overflow_drops`, the
+        requests expected to be pushed out of full queues while the device is busy.
+        `predicted_misses` is misses_now + misses_caused;
         `pressure_implied_misses` is the fluid lower estimate of further misses the remaining
-        demand implies (see `stability_score.pressure_implied_misses`).
+        demand implies (see `stability_score.pressure_implied_misses`), and
+        `predicted_misses_with_pressure` their sum. Raises ValueError for an exit the policy
+        may not use.
         """
-        if self._tables.bind(context.latency):
-            self._blocks.clear()
-        queue = queues[action.stream]
-        batch = queue.peek(action.batch_size)
+        model_exits = self.exits(action.stream, context)
+        if action.exit_index not in model_exits:
+            raise ValueError(f'exit {action.exit_index} of stream {action.stream!r} is not '
+                             f'allowed for this policy; allowed: {model_exits}')
+        self._use(context)
+        batch = queues[action.stream].peek(action.batch_size)
         busy_s = context.latency_s(action.stream, action.exit_index, len(batch))
-        miss_busy_s = self._miss_latency_s(context, action.stream, action.exit_index, len(batch))
 
         works = []
         remaining = []
+        pushed_out = 0.0
         for name, stream_queue in queues.items():
             left = stream_queue.peek(len(stream_queue))
             if name == action.stream:
@@ -199,11 +188,12 @@ class EdgeServingPolicy(Policy):
             remaining.extend((request.deadline_s, doom_s) for request in left)
             works.append(self._stream_work(name, stream_queue, context,
                                            [request.deadline_s for request in left], doom_s))
+            doomed_after = sum(1 for request in left
+                               if request.deadline_s - now < busy_s + doom_s)
+            pushed_out += stability_score.overflow_drops(
+                len(left), doomed_after, context.arrival_rate_hz(name, stream_queue),
+                stream_queue.max_depth, busy_s)
 
-        model_exits = self.exits(action.stream, context)
-        if action.exit_index not in model_exits:
-            raise ValueError(f'exit {action.exit_index} of stream {action.stream!r} is not '
-                             f'allowed for this policy; allowed: {model_exits}')
         final = context.final_exit(action.stream)
         loss = stability_score.exit_accuracy_loss(
             context.accuracy(action.stream, action.exit_index),
@@ -211,8 +201,9 @@ class EdgeServingPolicy(Policy):
 
         terms = {
             'misses_now': float(stability_score.misses_now(
-                (request.deadline_s for request in batch), now, miss_busy_s)),
-            'misses_caused': float(stability_score.misses_caused(remaining, now, busy_s)),
+                (request.deadline_s for request in batch), now, busy_s)),
+            'misses_caused': (stability_score.misses_caused(remaining, now, busy_s)
+                              + pushed_out),
             'pressure': stability_score.pressure(works, now, busy_s),
             'accuracy_cost': stability_score.accuracy_cost(len(batch), loss),
         }
@@ -222,13 +213,21 @@ class EdgeServingPolicy(Policy):
             misses_caused=np.array([terms['misses_caused']]),
             pressure=np.array([terms['pressure']]),
             accuracy_cost=np.array([terms['accuracy_cost']])))[0])
+        breakdown['overflow_drops'] = pushed_out
         breakdown['predicted_misses'] = terms['misses_now'] + terms['misses_caused']
         breakdown['pressure_implied_misses'] = stability_score.pressure_implied_misses(
             works, now, busy_s)
+        breakdown['predicted_misses_with_pressure'] = (breakdown['predicted_misses']
+                                                       + breakdown['pressure_implied_misses'])
         breakdown['busy_s'] = busy_s
         breakdown['w_pressure'] = self.w_pressure
         breakdown['w_accuracy'] = self.w_accuracy
         return breakdown
+
+    def _use(self, context: SchedulingContext) -> None:
+        """Bind the latency tables to the context's latency model; a new model drops caches."""
+        if self._tables.bind(context.latency):
+            self._blocks.clear()
 
     def _combine(self, terms: stability_score.CandidateTerms) -> np.ndarray:
         score = np.zeros(len(terms.misses_now))
@@ -242,25 +241,34 @@ class EdgeServingPolicy(Policy):
             score += self.w_accuracy * terms.accuracy_cost
         return score
 
-    def _evaluate(self, now: float, queues: Queues, context: SchedulingContext,
-                  streams: list[str]) -> tuple[stability_score.CandidateTerms, _Candidates]:
-        deadlines = [np.array(queues[name].deadlines()) for name in streams]
-        exits = tuple(self.exits(name, context) for name in streams)
+    def _evaluate(self, now: float, queues: Queues,
+                  context: SchedulingContext) -> tuple[stability_score.CandidateTerms,
+                                                       _Candidates, list[str]]:
+        """Score every candidate; return the terms, the candidates and the stream names.
+
+        Every stream takes part (its arrivals and queue depth matter to the others); only
+        non-empty streams have candidates. `stream_index` refers to the returned names.
+        """
+        names = list(queues)
+        deadlines = [np.array(queues[name].deadlines()) for name in names]
+        exits = tuple(self.exits(name, context) for name in names)
         limits = tuple(min(len(queue_deadlines), context.streams[name].max_batch)
-                       for name, queue_deadlines in zip(streams, deadlines))
-        candidates = self._candidates(context, tuple(streams), exits, limits)
+                       for name, queue_deadlines in zip(names, deadlines))
+        candidates = self._candidates(context, tuple(names), exits, limits)
         doom_latency_s = np.array([context.latency_s(name, stream_exits[0], 1)
-                                   for name, stream_exits in zip(streams, exits)])
+                                   for name, stream_exits in zip(names, exits)])
         priced_work = [self._priced_work_s(context, name, len(queue_deadlines))
-                       for name, queue_deadlines in zip(streams, deadlines)]
+                       for name, queue_deadlines in zip(names, deadlines)]
+        rates_hz = np.array([context.arrival_rate_hz(name, queues[name]) for name in names])
+        depths = np.array([queues[name].max_depth for name in names])
 
         points_s = np.sort(np.concatenate(deadlines))
-        arrival_work_s = self._arrival_work_s(now, queues, context, points_s)
+        arrival_work_s = self._arrival_work_s(now, queues, context, points_s, rates_hz)
         terms = stability_score.evaluate_candidates(
-            now, deadlines, doom_latency_s, priced_work, arrival_work_s,
+            now, deadlines, doom_latency_s, priced_work, arrival_work_s, rates_hz, depths,
             candidates.stream_index, candidates.batch_size, candidates.busy_s,
-            candidates.miss_busy_s, candidates.loss_per_request)
-        return terms, candidates
+            candidates.loss_per_request)
+        return terms, candidates, names
 
     def _candidates(self, context: SchedulingContext, streams: tuple[str, ...],
                     exits: tuple[tuple[int, ...], ...], limits: tuple[int, ...]) -> _Candidates:
@@ -280,8 +288,7 @@ class EdgeServingPolicy(Policy):
         correction = context.latency.correction
         factors = np.repeat([correction.factor(model, exit_index)
                              for model, exit_index in factor_keys], lengths)
-        return static._replace(busy_s=static.busy_s * factors,
-                               miss_busy_s=static.miss_busy_s * factors)
+        return static._replace(busy_s=static.busy_s * factors)
 
     def _build_candidates(self, context: SchedulingContext, streams: tuple[str, ...],
                           exits: tuple[tuple[int, ...], ...],
@@ -290,6 +297,8 @@ class EdgeServingPolicy(Policy):
         factor_keys = []
         lengths = []
         for q, (name, stream_exits, batch_limit) in enumerate(zip(streams, exits, limits)):
+            if batch_limit == 0:
+                continue
             model = context.model_of(name)
             final = context.final_exit(name)
             final_accuracy = context.accuracy(name, final)
@@ -297,14 +306,12 @@ class EdgeServingPolicy(Policy):
             sizes = np.arange(batch_limit, 0, -1)
             for exit_index in reversed(stream_exits):
                 busy = self._tables.batch_latency_s(model, exit_index, max_batch)
-                miss = self._tables.miss_latency_s(model, exit_index, max_batch)
                 loss = stability_score.exit_accuracy_loss(
                     context.accuracy(name, exit_index), final_accuracy, exit_index == final)
                 parts['stream_index'].append(np.full(batch_limit, q))
                 parts['exit_index'].append(np.full(batch_limit, exit_index))
                 parts['batch_size'].append(sizes)
                 parts['busy_s'].append(busy[batch_limit - 1::-1])
-                parts['miss_busy_s'].append(miss[batch_limit - 1::-1])
                 parts['loss_per_request'].append(np.full(batch_limit, loss))
                 factor_keys.append((model, exit_index))
                 lengths.append(batch_limit)
@@ -319,16 +326,15 @@ class EdgeServingPolicy(Policy):
         return self._tables.priced_work_s(model, final, max_batch, count) * factor
 
     def _arrival_work_s(self, now: float, queues: Queues, context: SchedulingContext,
-                        points_s: np.ndarray) -> np.ndarray:
+                        points_s: np.ndarray, rates_hz: np.ndarray) -> np.ndarray:
         work_s = np.zeros(len(points_s))
+        if not len(points_s):
+            return work_s
         latest_s = points_s[-1] - now
-        for name, queue in queues.items():
+        for name, rate_hz in zip(queues, rates_hz):
             # Arrivals after now are due after now + slo, beyond every point when
             # latest_s <= slo (the usual case: every queued deadline is at most one SLO away).
-            if latest_s <= context.streams[name].slo_s:
-                continue
-            rate_hz = context.arrival_rate_hz(name, queue)
-            if rate_hz <= 0.0:
+            if rate_hz <= 0.0 or latest_s <= context.streams[name].slo_s:
                 continue
             per_request_s = self._per_request_s(context, name)
             expected = rate_hz * np.maximum(0.0, points_s - context.streams[name].slo_s - now)
@@ -338,13 +344,6 @@ class EdgeServingPolicy(Policy):
     def _per_request_s(self, context: SchedulingContext, name: str) -> float:
         max_batch = context.streams[name].max_batch
         return context.latency_s(name, context.final_exit(name), max_batch) / max_batch
-
-    def _miss_latency_s(self, context: SchedulingContext, name: str, exit_index: int,
-                        batch_size: int) -> float:
-        model = context.model_of(name)
-        max_batch = max(context.streams[name].max_batch, batch_size)
-        table = self._tables.miss_latency_s(model, exit_index, max_batch)
-        return float(table[batch_size - 1]) * context.latency.correction.factor(model, exit_index)
 
     def _stream_work(self, name: str, queue, context: SchedulingContext,
                      deadlines_s: list[float], doom_s: float) -> stability_score.StreamWork:
