@@ -80,7 +80,7 @@ class ModelConfig:
     """One early-exit model: its architecture, weights and labels.
 
     An empty `weights` path means a randomly initialised backbone: the pipeline runs, but the
-    labels it returns are meaningless and every result says so (`weights_trained` false).
+    labels it returns are meaningless and every result marks them (`weights_trained` false).
     """
 
     name: str

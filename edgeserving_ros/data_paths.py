@@ -33,7 +33,7 @@ def require_data(relative_path: str) -> pathlib.Path:
     """Return the path of a data item a test needs, or end the test.
 
     Missing data fails the test under CI (the environment variable CI is set), because CI must
-    exercise the real data; elsewhere the test is skipped with the path that was looked for.
+    exercise the real data. Elsewhere the test is skipped with the path that was looked for.
     """
     import pytest
 

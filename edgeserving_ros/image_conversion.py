@@ -2,9 +2,10 @@
 
 This module replaces ROS 2 cv_bridge, which has no PyPI wheel, with the same encoding names and
 the semantics of ``imgmsg_to_cv2`` (passthrough and ``'rgb8'``), ``cv2_to_imgmsg`` and
-``compressed_imgmsg_to_cv2``. It is stricter than cv_bridge's Python code: it rejects a data size
-other than step * height (as cv_bridge's C++ code does), a step that is not a multiple of the
-channel size, frames above a pixel or byte limit, and codecs other than JPEG and PNG. It returns a
+``compressed_imgmsg_to_cv2``. It is stricter than cv_bridge's Python code. Like cv_bridge's C++
+code, it rejects a data size other than step * height. It also rejects a step that is not a
+multiple of the channel size, frames above a pixel or byte limit, and codecs other than JPEG
+and PNG. It returns a
 read-only view of the message data where no copy is needed, and converts to RGB only.
 
 It works on any object with the message fields (``height``, ``width``, ``encoding``,

@@ -446,8 +446,8 @@ class EdgeServingNode(Node):
     def _shutdown_logger(self):
         """Return the node logger, or a console-only logger once the context is shut down.
 
-        After Ctrl-C, rclpy has shut the context down before the node is destroyed; the node
-        logger would then fail to publish to /rosout and print an error for every message.
+        After Ctrl-C, rclpy shuts the context down before the node is destroyed. The node logger
+        would then fail to publish to /rosout and print an error for every message.
         """
         if self.context.ok():
             return self.get_logger()

@@ -47,6 +47,7 @@ MAX_RATE_HZ = 1000.0
 MAX_SIDE_PX = 4096
 
 SUBSCRIBER_SETTLE_S = 0.5
+ACKNOWLEDGEMENT_TIMEOUT_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +259,7 @@ def _make_qos(reliable: bool):
 
 
 def _create_player_node(options: argparse.Namespace):
+    from rclpy.duration import Duration
     from rclpy.node import Node
 
     class PlayerNode(Node):
@@ -291,6 +293,19 @@ def _create_player_node(options: argparse.Namespace):
                     return False
                 stop.wait(0.05)
             return False
+
+        def wait_for_acknowledgements(self, timeout_s: float) -> None:
+            """Wait until reliable subscribers acknowledged every frame, at most `timeout_s`.
+
+            Destroying a reliable writer right after its last publish can lose the frames not
+            yet acknowledged, so the player waits before it exits.
+            """
+            if not options.reliable:
+                return
+            for topic, publisher in self.publishers_by_topic.items():
+                if not publisher.wait_for_all_acked(Duration(seconds=timeout_s)):
+                    self.get_logger().warning(
+                        f'{topic}: not every frame was acknowledged within {timeout_s:.1f} s')
 
         def publish(self, topic: str, msg) -> int:
             msg.header.stamp = self.get_clock().now().to_msg()
@@ -509,6 +524,7 @@ def main(args: list[str] | None = None) -> int:
         if options.wait_subscribers_s > 0:
             node.wait_for_subscribers(options.wait_subscribers_s, stop)
         stats = play(node, options, frames, stop, labels_file)
+        node.wait_for_acknowledgements(ACKNOWLEDGEMENT_TIMEOUT_S)
 
         for topic, topic_stats in stats.items():
             logger.info(f'{topic}: published {topic_stats["published"]} frames '

@@ -181,10 +181,11 @@ def save_profile(profile: Profile, path: str | pathlib.Path) -> None:
 class LatencyCorrection:
     """Per-(model, exit) factors that scale profiled latencies towards measured ones.
 
-    Each measured batch latency is divided by its uncorrected prediction. The ratio is clipped to
-    [factor / outlier_ratio, factor * outlier_ratio] around the current factor and then folded
-    into an exponentially weighted moving average. The clip bounds the step that one stall of
-    the host (up to 6x seen on a shared 2-core CPU) can cause. The factor itself stays within `factor_range`.
+    Each measured batch latency is divided by the profiled latency it is compared with (the
+    mean, see LatencyModel). The ratio is clipped to [factor / outlier_ratio, factor *
+    outlier_ratio] around the current factor and then folded into an exponentially weighted
+    moving average. The clip bounds the step that one stall of the host (up to 6x seen on a
+    shared 2-core CPU) can cause. The factor itself stays within `factor_range`.
     With the defaults (smoothing 0.2) a sustained 2x slowdown is tracked within 5 % after 14
     batches: 1 - 0.8**14 = 0.956.
     """

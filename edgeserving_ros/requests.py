@@ -13,8 +13,8 @@ class Request:
     """One received frame waiting for inference.
 
     Times are seconds on one clock (the node clock in the node, simulated time in the simulator).
-    `arrival_s` is the instant the deadline counts from, `receive_s` the instant the frame entered
-    the queue; they differ when the arrival is taken from the message header stamp.
+    `arrival_s` is the instant the deadline counts from, and `receive_s` the instant the frame
+    entered the queue. They differ when the arrival is taken from the message header stamp.
     """
 
     stream: str

@@ -27,9 +27,9 @@ def build_model(config: ModelConfig, use_default_heads: bool = True) -> EarlyExi
     """Build the early-exit model of `config`, load its weights and exit heads.
 
     An empty `config.weights` leaves the backbone randomly initialised (`weights_trained`
-    false). `config.exit_heads` names a heads file; when it is empty and `use_default_heads` is
+    false). `config.exit_heads` names a heads file. When it is empty and `use_default_heads` is
     true, the heads shipped for the architecture are loaded if they were trained on the same
-    backbone file (same sha256), else the heads stay untrained (`heads_trained` false).
+    backbone file (same sha256). Otherwise the heads stay untrained (`heads_trained` false).
     The number of classes is the number of labels.
     """
     architecture = config.architecture

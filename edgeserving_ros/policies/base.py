@@ -104,8 +104,8 @@ class Policy(abc.ABC):
 
     `decide` is called only when the device is idle and at least one queue is non-empty. It must
     not modify the queues: the scheduler pops the chosen requests. A policy whose class sets
-    `drops_doomed` has doomed requests removed before each decision (unless the scheduler is
-    configured to serve them late); other policies see every queued request.
+    `drops_doomed` has doomed requests removed before each decision, unless the scheduler is
+    configured to serve them late. Other policies see every queued request.
     """
 
     name: str = ''

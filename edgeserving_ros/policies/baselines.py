@@ -88,8 +88,9 @@ class EdfPolicy(Policy):
 
     The batch is the largest one, up to min(queue length, max_batch), whose predicted completion
     meets the head's deadline. When even a single request would be late, the head is lost
-    anyway and the batch is the largest one, the cheapest per request, so a backlog shrinks
-    (falling back to batch 1 would serve at the highest per-request cost and never catch up).
+    anyway, so the batch is the largest one, which is the cheapest per request and shrinks a
+    backlog. A fallback to batch 1 would serve at the highest per-request cost and never catch
+    up.
     No request is dropped, so late requests are served late.
     """
 
